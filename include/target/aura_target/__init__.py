@@ -1,0 +1,1 @@
+"""The reference staging target: the application a local rehearsal deploys and tests."""
