@@ -97,11 +97,25 @@ class EvidenceSettings(Strict):
     schema_name: Identifier = Field("rehearsal", alias="schema")
 
 
+# The plan's STEP 1 `vault kv put` commands: the keys each path must hold.
+PLAN_REQUIRED_SECRET_KEYS: dict[str, list[str]] = {
+    "database": ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD"],
+    "backup": ["BACKUP_S3_BUCKET", "BACKUP_S3_PREFIX", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "AWS_DEFAULT_REGION"],
+    "api": ["API_BASE_URL", "METRICS_PORT"],
+    "worker": ["WORKER_BASE_URL", "METRICS_PORT"],
+}
+SecretKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
 class SecretsSettings(Strict):
     backend: Literal["vault", "local"]
     vault_conn_id: ConnId | None = None
-    mount_point: str = "secret"
+    mount_point: str = Field("secret", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
     paths: dict[str, str] = Field(min_length=1, description="logical name -> KV v2 path")
+    required_keys: dict[str, list[SecretKey]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in PLAN_REQUIRED_SECRET_KEYS.items()},
+        description="logical name -> keys that must exist and be non-empty (names, never values)")
 
     @model_validator(mode="after")
     def _staging_paths_only(self) -> "SecretsSettings":
@@ -110,6 +124,9 @@ class SecretsSettings(Strict):
         for name, path in self.paths.items():
             if PRODUCTION_WORD.search(path):
                 raise ValueError(f"paths.{name} = {path!r} looks like a production secret path")
+        unknown = sorted(set(self.required_keys) - set(self.paths))
+        if unknown:
+            raise ValueError(f"required_keys names {', '.join(unknown)} but paths has no such entry")
         return self
 
 
