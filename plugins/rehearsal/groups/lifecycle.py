@@ -1,0 +1,97 @@
+"""What every rehearsal DAG shares: its Params, default args, and the open/close of the rehearsal.
+
+`compose(phases)` lays out: open_rehearsal (validates the profile, opens the evidence record)
+-> each phase's TaskGroup in order -> close_rehearsal (a teardown: it runs even when a phase
+fails, and does not mask that failure in the run's final state).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Callable
+
+from airflow.sdk import Param, task
+
+from rehearsal.profile import default_environment
+
+DEFAULT_ARGS = {
+    "owner": "release-engineering",
+    "retries": 1,
+    "retry_delay": timedelta(seconds=10),
+}
+TAGS = ["staging-rehearsal"]
+
+
+def rehearsal_params() -> dict[str, Param]:
+    return {
+        "environment": Param(
+            default_environment(),
+            type="string",
+            minLength=1,
+            title="Environment profile",
+            description="A profile in include/environments/ (local, staging, ...) or a path to one. "
+                        "The default comes from the deployment's REHEARSAL_ENVIRONMENT.",
+        ),
+    }
+
+
+@task
+def open_rehearsal() -> dict[str, Any]:
+    """Validate the profile once and hand its snapshot to every task (tasks share nothing else)."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from rehearsal.connections import postgres
+    from rehearsal.evidence import EvidenceStore, rehearsal_id_for
+    from rehearsal.profile import ProfileError, load_profile
+
+    ctx = get_current_context()
+    environment = ctx["params"]["environment"]
+    try:
+        profile = load_profile(environment)
+    except ProfileError as exc:
+        raise AirflowFailException(f"Param environment={environment!r}: {exc}") from None
+    dag_id, run_id = ctx["dag"].dag_id, ctx["run_id"]
+    run = {"rehearsal_id": rehearsal_id_for(dag_id, run_id), "environment": environment,
+           "profile": profile.snapshot()}
+    with postgres(profile.evidence.conn_id) as conn:
+        store = EvidenceStore(conn, profile.evidence.schema_name)
+        store.ensure_schema()
+        store.open_rehearsal(run["rehearsal_id"], dag_id, run_id, environment, run["profile"])
+    return run
+
+
+@task
+def close_rehearsal(run: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the rehearsal's end and log its checkpoints, so the task log reads as a report."""
+    import logging
+
+    from rehearsal.connections import postgres
+    from rehearsal.evidence import EvidenceStore
+    from rehearsal.profile import Profile
+
+    profile = Profile.from_snapshot(run["profile"])
+    with postgres(profile.evidence.conn_id) as conn:
+        store = EvidenceStore(conn, profile.evidence.schema_name)
+        counts = store.close_rehearsal(run["rehearsal_id"])
+        log = logging.getLogger(__name__)
+        for check in store.checks(run["rehearsal_id"]):
+            log.info("%-14s %-20s %-12s %s", check["phase"], check["check_id"], check["status"].upper(),
+                     check["reason"])
+    log.info("rehearsal %s: %s", run["rehearsal_id"], counts)
+    return {"rehearsal_id": run["rehearsal_id"], "counts": counts}
+
+
+PhaseFactory = Callable[[Any], Any]
+
+
+def compose(phases: list[PhaseFactory]) -> None:
+    """Inside a @dag function: open -> phases in order -> close (teardown)."""
+    run = open_rehearsal()
+    previous = run
+    for phase in phases:
+        group = phase(run)
+        previous >> group
+        previous = group
+    # A reusable @teardown decorator breaks on its second DAG (it stores its trigger rule on
+    # itself), so the teardown is marked per DAG.
+    previous >> close_rehearsal(run).as_teardown(setups=run)
