@@ -10,15 +10,25 @@ import socket
 import uuid
 
 import pytest
-from werkzeug import Request, Response
-
 from rehearsal import redaction
 from rehearsal.profile import PLAN_REQUIRED_SECRET_KEYS, SecretsSettings, load_profile
 from rehearsal.work.secrets import (
-    KEY_EMPTY, KEY_MISSING, MISCONFIGURED, PATH_MISSING, PERMISSION_DENIED, UNREACHABLE,
-    LocalSecretSource, SecretsCheckError, VaultSecretSource, check_profile_secrets, check_secrets,
-    inspect_secrets, kv2_relative_path, read_secret_values,
+    KEY_EMPTY,
+    KEY_MISSING,
+    MISCONFIGURED,
+    PATH_MISSING,
+    PERMISSION_DENIED,
+    UNREACHABLE,
+    LocalSecretSource,
+    SecretsCheckError,
+    VaultSecretSource,
+    check_profile_secrets,
+    check_secrets,
+    inspect_secrets,
+    kv2_relative_path,
+    read_secret_values,
 )
+from werkzeug import Request, Response
 
 PATHS = {
     "database": "secret/data/aura/staging/database",
@@ -31,7 +41,7 @@ PORT_KEYS = {"PGPORT", "METRICS_PORT"}  # short numbers: may legitimately appear
 
 def plan_secrets() -> dict[str, dict[str, str]]:
     """The plan's STEP 1 secrets, with unique random values so a leak is unmistakable."""
-    r = lambda: pysecrets.token_hex(8)  # noqa: E731
+    r = lambda: pysecrets.token_hex(8)
     return {
         "aura/staging/database": {"PGHOST": f"db-{r()}.aura", "PGPORT": "5432", "PGDATABASE": f"aura_{r()}",
                                   "PGUSER": f"user_{r()}", "PGPASSWORD": f"pw-{r()}"},
@@ -164,7 +174,6 @@ def test_vault_missing_and_empty_keys(vault):
 
 
 def test_vault_wrong_token_is_permission_denied(vault, monkeypatch, httpserver):
-    fake, _ = vault
     set_conn(monkeypatch, "vault_wrong_token", host=httpserver.host, port=httpserver.port,
              password="hvs.not-the-token", extra={"auth_type": "token", "kv_engine_version": 2})
     with pytest.raises(SecretsCheckError) as err:

@@ -12,9 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from rehearsal.work.services import (
-    ServiceError, read_pid_file, service_status, start_service, stop_service,
+    ServiceError,
+    read_pid_file,
+    service_status,
+    start_service,
+    stop_service,
 )
 
 # A tiny service: answers GET with its pid and what it sees of its environment (never values).
@@ -236,3 +239,28 @@ def test_an_orphan_already_answering_is_refused(services):
 def test_argv_must_be_a_list():
     with pytest.raises(ServiceError, match="argv must be a non-empty list"):
         start_service("x", [], log_path="/tmp/unused.log", pid_path="/tmp/unused.pid")
+
+
+def test_service_outlives_the_process_that_started_it(services, tmp_path):
+    # As in Airflow: the task's interpreter starts the service and exits; the service stays up and a
+    # later task (another process, not its parent) stops it through the pid file.
+    port = free_port()
+    paths = services.paths("detached")
+    starter = f"""
+import json, sys
+from rehearsal.work.services import start_service
+r = start_service("detached", [sys.executable, "-c", {SERVER!r}, "{port}", "ok"],
+                  log_path={str(paths["log_path"])!r}, pid_path={str(paths["pid_path"])!r},
+                  ready_urls=["http://127.0.0.1:{port}/metrics"], timeout=15)
+print(json.dumps(r))
+"""
+    plugins = str(Path(__file__).resolve().parents[2] / "plugins")
+    done = subprocess.run([sys.executable, "-c", starter], check=False, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": plugins})
+    assert done.returncode == 0, done.stderr
+    pid = json.loads(done.stdout.strip().splitlines()[-1])["pid"]
+    services.pids.add(pid)
+    assert get_json(f"http://127.0.0.1:{port}/metrics")["pid"] == pid
+    assert service_status(paths["pid_path"])["state"] == "running"
+    assert stop_service(paths["pid_path"])["state"] == "terminated"
+    assert gone(pid)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # The plan's STEP 0 checkpoint: "All new files present". A trailing "/" means a directory.
 PLAN_REQUIRED_PATHS: tuple[str, ...] = (

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Collection, Mapping, Protocol
+from typing import Any, Protocol
 
 from rehearsal.redaction import register_secret, scrub
 
@@ -97,7 +98,7 @@ class VaultSecretSource:
 
             try:
                 hook = VaultHook(vault_conn_id=self.vault_conn_id, kv_engine_version=2, timeout=self.timeout)
-            except Exception as exc:  # missing Connection, bad auth_type/extras, ...
+            except Exception as exc:  # noqa: BLE001 - missing Connection, bad auth_type/extras: all mean misconfigured
                 raise SecretReadError(MISCONFIGURED, path, f"cannot use Vault connection {self.vault_conn_id!r}: "
                                       f"{type(exc).__name__}: {scrub(str(exc))}") from None
             # VaultHook takes the mount from the Connection's schema; the profile's mount wins.
@@ -172,7 +173,7 @@ class LocalSecretSource:
             return os.environ.get(env_name)
         try:
             return Variable.get(self.variable, default=None)
-        except Exception:  # outside a task with no API server/DB reachable: the env var still counts
+        except Exception:  # noqa: BLE001 - outside a task with no API server/DB reachable: the env var still counts
             return os.environ.get(env_name)
 
     def _load(self) -> dict[str, dict[str, Any]]:

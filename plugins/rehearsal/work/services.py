@@ -20,9 +20,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from rehearsal.redaction import scrub
 
@@ -268,7 +269,7 @@ def _run_build(name: str, build_argv: Sequence[str], env: dict[str, str], cwd: s
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def start_service(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
