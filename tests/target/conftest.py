@@ -126,22 +126,34 @@ class Service:
         self._log.close()
 
 
-@pytest.fixture(scope="module")
-def services(tmp_path_factory) -> Iterator:
-    """start(module, env, port_var) -> ready Service; every service started is stopped at module end."""
+@contextmanager
+def _service_starter(logs: Path) -> Iterator:
     started: list[Service] = []
-    logs = tmp_path_factory.mktemp("service-logs")
 
     def start(module: str, env: dict[str, str], ready_path: str = "/healthz", **kwargs) -> Service:
-        port = free_port()
-        service = Service(module, env, port,
-                          logs / f"{module}-{len(started)}.log", **kwargs)
+        service = Service(module, env, free_port(), logs / f"{module}-{len(started)}.log", **kwargs)
         started.append(service)
         return service.wait_ready(ready_path)
 
-    yield start
-    for service in started:
-        service.stop()
+    try:
+        yield start
+    finally:
+        for service in started:
+            service.stop()
+
+
+@pytest.fixture
+def services(tmp_path) -> Iterator:
+    """start(module, env, ready_path) -> ready Service; stopped at the end of the test."""
+    with _service_starter(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_services(tmp_path_factory) -> Iterator:
+    """Like `services`, but the processes live for the whole test module."""
+    with _service_starter(tmp_path_factory.mktemp("service-logs")) as start:
+        yield start
 
 
 def clustered_embeddings(count: int, clusters: int, seed: int, spread: float = 0.3) -> np.ndarray:

@@ -23,8 +23,8 @@ def database():
 
 
 @pytest.fixture(scope="module")
-def api(database, services):
-    return services("api", libpq_env(database), ready_path="/readyz")
+def api(database, module_services):
+    return module_services("api", libpq_env(database), ready_path="/readyz")
 
 
 def all_embeddings(database: str) -> tuple[list[str], np.ndarray]:
