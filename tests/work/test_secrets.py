@@ -283,3 +283,14 @@ def test_required_keys_must_name_known_paths():
                         required_keys={"database": ["PGHOST"], "cache": ["REDIS_URL"]})
     settings = SecretsSettings(backend="local", paths=PATHS)
     assert settings.required_keys == PLAN_REQUIRED_SECRET_KEYS
+
+
+def test_public_keys_are_not_registered_for_masking():
+    data = {"aura/staging/api": {"API_BASE_URL": f"https://api-{uuid.uuid4().hex}.aura",
+                                 "API_TOKEN": f"tok-{uuid.uuid4().hex}"}}
+    source = LocalSecretSource(data=data)
+    summary = check_secrets(source, {"api": "secret/data/aura/staging/api"}, {"api": ["API_BASE_URL"]},
+                            public_keys={"API_BASE_URL"})
+    assert summary["ok"] and summary["source"] == "in-memory secrets"
+    assert not redaction.contains_secret(data["aura/staging/api"]["API_BASE_URL"])
+    assert redaction.contains_secret(data["aura/staging/api"]["API_TOKEN"])

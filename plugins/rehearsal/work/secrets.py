@@ -21,6 +21,10 @@ from typing import Any, Protocol
 from rehearsal.redaction import register_secret, scrub
 
 LOCAL_SECRETS_VARIABLE = "rehearsal_local_secrets"
+# Plan keys that are configuration, not credentials. Not applied by default: pass them as
+# `public_keys` to keep ports, regions and URLs readable in evidence instead of masked as ***.
+PLAN_PUBLIC_KEYS = frozenset({"PGPORT", "METRICS_PORT", "AWS_DEFAULT_REGION", "API_BASE_URL",
+                              "WORKER_BASE_URL", "BACKUP_S3_PREFIX"})
 DEFAULT_MOUNT_POINT = "secret"
 VAULT_TIMEOUT_SECONDS = 10.0
 
