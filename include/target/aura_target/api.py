@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import Match
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
 
 from .config import ConfigError, ServiceConfig, configure_logging, database_summary
@@ -154,8 +155,7 @@ def create_app(config: ServiceConfig, faults: Faults) -> FastAPI:
             except Exception:
                 log.exception("unhandled error on %s %s", request.method, request.url.path)
                 response = JSONResponse(status_code=500, content={"detail": "internal error"})
-        route = request.scope.get("route")
-        route_label = getattr(route, "path", None) or "unmatched"  # template, not the raw path: bounded labels
+        route_label = route_template(app, request)
         HTTP_REQUESTS.labels(request.method, route_label, str(response.status_code)).inc()
         HTTP_DURATION.labels(request.method, route_label).observe(time.perf_counter() - started)
         if response.status_code >= 500:
@@ -259,6 +259,14 @@ def create_app(config: ServiceConfig, faults: Faults) -> FastAPI:
         return JSONResponse({"address": address.lower(), "score": row[0], "computed_at": _iso(row[1])})
 
     return app
+
+
+def route_template(app: FastAPI, request: Request) -> str:
+    """The matched route's template (bounded label values), also for requests that never reached it."""
+    route = request.scope.get("route")
+    if route is None:  # an injected error answered before routing: find the route it was meant for
+        route = next((r for r in app.router.routes if r.matches(request.scope)[0] == Match.FULL), None)
+    return getattr(route, "path", None) or "unmatched"
 
 
 def vector_values(value) -> list[float]:
