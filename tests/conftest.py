@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from stackenv import conn_dsn
+
 ROOT = Path(__file__).resolve().parents[1]
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
 ENV_FILE = STACK_DIR / "stack.env"
@@ -31,13 +33,6 @@ _load_stack_env()
 for folder in ("plugins", "dags", "include/target"):
     if str(ROOT / folder) not in sys.path:
         sys.path.insert(0, str(ROOT / folder))
-
-
-def conn_dsn(conn_env: str, database: str | None = None) -> str:
-    """libpq DSN from one of the stack's AIRFLOW_CONN_* JSON connections."""
-    c = json.loads(os.environ[conn_env])
-    return (f"host={c['host']} port={c['port']} user={c['login']} password={c['password']} "
-            f"dbname={database or c['schema']}")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import uuid
 import psycopg2
 import pytest
 
-from conftest import conn_dsn
+from stackenv import conn_dsn
 from rehearsal.evidence import CheckFailed
 from rehearsal.profile import Command, DatabaseSettings, HnswSettings, load_profile
 from rehearsal.work import init_db

@@ -8,7 +8,7 @@ import psycopg2
 import pytest
 import yaml
 
-from conftest import conn_dsn
+from stackenv import conn_dsn
 from rehearsal.paths import ENVIRONMENTS_DIR
 
 
