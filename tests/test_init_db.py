@@ -9,10 +9,10 @@ import uuid
 import psycopg2
 import pytest
 
-from stackenv import conn_dsn
 from rehearsal.evidence import CheckFailed
 from rehearsal.profile import Command, DatabaseSettings, HnswSettings, load_profile
 from rehearsal.work import init_db
+from stackenv import conn_dsn
 
 DB = load_profile("local").database
 

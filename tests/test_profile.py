@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rehearsal.profile import Profile, ProfileError, available_profiles, load_profile
 from rehearsal.paths import ENVIRONMENTS_DIR
+from rehearsal.profile import Profile, ProfileError, available_profiles, load_profile
 
 
 def test_shipped_profiles_load_with_the_plans_values():

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rehearsal.evidence import CheckFailed, CheckResult, EvidenceStore, utcnow
 from rehearsal.profile import Profile

@@ -4,8 +4,9 @@ Imports of the provider happen inside the functions: DAG files import this packa
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rehearsal.redaction import register_secret
 

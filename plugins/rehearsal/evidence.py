@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rehearsal.paths import SQL_DIR
@@ -22,7 +22,7 @@ _SCHEMA_LOCK = 7_310_001  # advisory lock key: workers creating the schema at on
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -130,14 +130,14 @@ class EvidenceStore:
             (rehearsal_id,),
         )
         keys = ("phase", "check_id", "status", "value", "threshold", "reason", "started_at", "finished_at", "attempt")
-        return [dict(zip(keys, row)) for row in rows]
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def rehearsal(self, rehearsal_id: str) -> dict[str, Any] | None:
         rows = self._execute(
             """SELECT rehearsal_id, dag_id, run_id, environment, started_at, finished_at, outcome
                  FROM {schema}.rehearsal WHERE rehearsal_id = %s""", (rehearsal_id,))
         keys = ("rehearsal_id", "dag_id", "run_id", "environment", "started_at", "finished_at", "outcome")
-        return dict(zip(keys, rows[0])) if rows else None
+        return dict(zip(keys, rows[0], strict=True)) if rows else None
 
     def latest_rehearsal_id(self, dag_id: str | None = None) -> str | None:
         rows = self._execute(

@@ -56,7 +56,7 @@ class HnswSettings(Strict):
     opclass: Literal["vector_cosine_ops", "vector_l2_ops", "vector_ip_ops"] = "vector_cosine_ops"
 
     @model_validator(mode="after")
-    def _pgvector_limits(self) -> "HnswSettings":
+    def _pgvector_limits(self) -> HnswSettings:
         if self.ef_construction < 2 * self.m:
             raise ValueError(f"ef_construction ({self.ef_construction}) must be at least 2 * m ({2 * self.m}): pgvector refuses less")
         return self
@@ -118,7 +118,7 @@ class SecretsSettings(Strict):
         description="logical name -> keys that must exist and be non-empty (names, never values)")
 
     @model_validator(mode="after")
-    def _staging_paths_only(self) -> "SecretsSettings":
+    def _staging_paths_only(self) -> SecretsSettings:
         if self.backend == "vault" and not self.vault_conn_id:
             raise ValueError("vault_conn_id is required when backend is 'vault'")
         for name, path in self.paths.items():
@@ -175,7 +175,7 @@ class Profile(Strict):
         return self.model_dump(mode="json", by_alias=True)
 
     @classmethod
-    def from_snapshot(cls, data: dict[str, Any]) -> "Profile":
+    def from_snapshot(cls, data: dict[str, Any]) -> Profile:
         return cls.model_validate(data)
 
 

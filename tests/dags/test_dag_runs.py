@@ -8,8 +8,8 @@ import psycopg2
 import pytest
 import yaml
 
-from stackenv import conn_dsn
 from rehearsal.paths import ENVIRONMENTS_DIR
+from stackenv import conn_dsn
 
 
 @pytest.fixture(scope="module")

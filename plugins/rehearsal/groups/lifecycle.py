@@ -6,8 +6,9 @@ fails, and does not mask that failure in the run's final state).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from airflow.sdk import Param, task
 
