@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rehearsal.paths import ENVIRONMENTS_DIR
+from rehearsal.work.release import PLAN_REQUIRED_PATHS
 
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
@@ -144,6 +145,59 @@ class BackupSettings(Strict):
         return bucket
 
 
+ServiceName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=40)]
+
+
+class ReleaseSettings(Strict):
+    """STEP 0: which commit is rehearsed. The deploy phase checks it out in `repository`."""
+
+    repository: str = Field(description="git working tree the services are built and run from")
+    ref: str = Field(min_length=1, description="branch, tag or commit of the candidate (Param release_ref overrides)")
+    previous_ref: str | None = Field(None, description="the release a rollback returns to")
+    required_paths: list[str] = Field(default_factory=lambda: list(PLAN_REQUIRED_PATHS))
+    require_clean: bool = True
+
+
+class DatabaseProbe(Strict):
+    """How to tell a service reached the database: a URL answering 2xx, or a metric above zero."""
+
+    url: str | None = Field(None, pattern=r"^https?://")
+    metric: str | None = Field(None, description='a sample such as trustmath_runs_total{status="success"}')
+    timeout_seconds: Seconds = 30
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DatabaseProbe:
+        if (self.url is None) == (self.metric is None):
+            raise ValueError("give exactly one of url or metric")
+        return self
+
+
+class ServiceSettings(Strict):
+    """STEP 3: one service of the release: build, start with its secrets, wait until it answers."""
+
+    name: ServiceName
+    build: Command | None = None
+    start: Command = Field(description="argv run from the release repository; timeout = readiness deadline")
+    secrets: dict[str, list[SecretKey]] = Field(
+        default_factory=dict, description="secret name -> keys exported to the service's environment")
+    ready_urls: list[Annotated[str, Field(pattern=r"^https?://")]] = Field(min_length=1)
+    metrics_url: str | None = Field(None, pattern=r"^https?://")
+    database: DatabaseProbe | None = None
+
+
+class DeploySettings(Strict):
+    run_dir: str = Field(description="pid files and service logs on the deploy host")
+    services: list[ServiceSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DeploySettings:
+        names = [s.name for s in self.services]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"service names must be unique: {', '.join(duplicated)}")
+        return self
+
+
 class PrometheusSettings(Strict):
     url: str = Field(pattern=r"^https?://")
     jobs: list[str] = Field(min_length=1, description="scrape jobs whose targets must all be up")
@@ -168,7 +222,18 @@ class Profile(Strict):
     secrets: SecretsSettings
     backup: BackupSettings
     prometheus: PrometheusSettings
+    release: ReleaseSettings
+    deploy: DeploySettings
     thresholds: Thresholds = Thresholds()
+
+    @model_validator(mode="after")
+    def _service_secrets_exist(self) -> Profile:
+        for service in self.deploy.services:
+            for name in service.secrets:
+                if name not in self.secrets.paths:
+                    raise ValueError(f"deploy.services[{service.name}].secrets names {name!r}, "
+                                     f"which is not in secrets.paths")
+        return self
 
     def snapshot(self) -> dict[str, Any]:
         """JSON form handed between tasks through XCom (it holds no secrets)."""

@@ -32,6 +32,12 @@ def rehearsal_params() -> dict[str, Param]:
             description="A profile in include/environments/ (local, staging, ...) or a path to one. "
                         "The default comes from the deployment's REHEARSAL_ENVIRONMENT.",
         ),
+        "release_ref": Param(
+            "",
+            type="string",
+            title="Release ref",
+            description="Branch, tag or commit to rehearse; empty = the profile's release.ref.",
+        ),
     }
 
 
@@ -51,6 +57,8 @@ def open_rehearsal() -> dict[str, Any]:
         profile = load_profile(environment)
     except ProfileError as exc:
         raise AirflowFailException(f"Param environment={environment!r}: {exc}") from None
+    if ref := (ctx["params"].get("release_ref") or "").strip():
+        profile = profile.model_copy(update={"release": profile.release.model_copy(update={"ref": ref})})
     dag_id, run_id = ctx["dag"].dag_id, ctx["run_id"]
     run = {"rehearsal_id": rehearsal_id_for(dag_id, run_id), "environment": environment,
            "profile": profile.snapshot()}

@@ -17,6 +17,7 @@ from typing import Any
 from rehearsal.evidence import CheckFailed, CheckResult
 from rehearsal.paths import ROOT, SQL_DIR
 from rehearsal.profile import Command, DatabaseSettings, HnswSettings, VectorIndex
+from rehearsal.work.commands import resolve_argv, resolve_dir, resolve_env
 
 SCHEMA_SQL_DIR = SQL_DIR / "init_db"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -297,13 +298,9 @@ def run_migrations(command: Command | None, pg_env: Mapping[str, str]) -> CheckR
     if command is None:
         return CheckResult("db.migrations", "warn", value={"configured": False},
                            reason="no migration command in the profile (database.migrations): nothing was run")
-    cwd = Path(command.cwd) if command.cwd else ROOT
-    cwd = cwd if cwd.is_absolute() else ROOT / cwd
-    env = {**os.environ, **_resolve_paths(command.env), **pg_env}
-    argv = list(command.argv)
-    if argv[0] == "python":  # the interpreter running this task, not whatever is first on PATH
-        import sys
-        argv[0] = sys.executable
+    cwd = resolve_dir(command.cwd, ROOT)
+    env = {**os.environ, **resolve_env(command.env, ROOT), **pg_env}
+    argv = resolve_argv(command.argv)
     shown = " ".join(command.argv)
     try:
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
@@ -323,12 +320,6 @@ def run_migrations(command: Command | None, pg_env: Mapping[str, str]) -> CheckR
                                       reason=f"`{shown}` exited {proc.returncode}: {tail[-1] if tail else 'no output'}"))
     return CheckResult("db.migrations", "pass", value=value,
                        reason=f"`{shown}` succeeded: {tail[-1] if tail else 'no output'}")
-
-
-def _resolve_paths(env: Mapping[str, str]) -> dict[str, str]:
-    # PYTHONPATH-like values in profiles are relative to the project root.
-    return {k: os.pathsep.join(str(ROOT / p) if p and not os.path.isabs(p) else p for p in v.split(os.pathsep))
-            if k.endswith("PATH") else v for k, v in env.items()}
 
 
 def _tail(*outputs: str | bytes | None, lines: int = 12) -> list[str]:
