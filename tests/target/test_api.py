@@ -8,9 +8,18 @@ import numpy as np
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
-
-from conftest import (DIMENSION, address_of, clustered_embeddings, cosine_distances, count_rows, dsn_for,
-                      libpq_env, metric_value, scratch_db, seed_identities)
+from targetlib import (
+    DIMENSION,
+    address_of,
+    clustered_embeddings,
+    cosine_distances,
+    count_rows,
+    dsn_for,
+    libpq_env,
+    metric_value,
+    scratch_db,
+    seed_identities,
+)
 
 CLUSTERS = 12
 
@@ -67,7 +76,7 @@ def test_similarity_ordered_and_matches_brute_force(api, database):
         distances = [r["distance"] for r in results]
         assert distances == sorted(distances), "results must be ordered by distance, ascending"
         exact = cosine_distances(matrix, query)
-        by_address = dict(zip(addresses, exact))
+        by_address = dict(zip(addresses, exact, strict=True))
         for result in results:  # the distances the API reports are the true cosine distances
             assert result["distance"] == pytest.approx(by_address[result["address"]], abs=1e-5)
         truth = {addresses[j] for j in np.argsort(exact)[:10]}
@@ -97,9 +106,9 @@ def test_similarity_k_limits_results(api):
     assert response.status_code == 200 and len(response.json()["results"]) == 1
 
 
-NAN_BODY = ('{"address": "%s", "embedding": [NaN%s]}' % (address_of(9999, "f"), ", 0.5" * (DIMENSION - 1))).encode()
-INF_BODY = ('{"address": "%s", "embedding": [0.5%s, Infinity]}'
-            % (address_of(9998, "f"), ", 0.5" * (DIMENSION - 2))).encode()
+# JSON has no NaN/Infinity, but Python's json (and so FastAPI) parses these literals.
+NAN_BODY = f'{{"address": "{address_of(9999, "f")}", "embedding": [NaN{", 0.5" * (DIMENSION - 1)}]}}'.encode()
+INF_BODY = f'{{"address": "{address_of(9998, "f")}", "embedding": [0.5{", 0.5" * (DIMENSION - 2)}, Infinity]}}'.encode()
 
 
 @pytest.mark.parametrize("body, field", [
@@ -160,6 +169,11 @@ def test_trust_score_read_from_trust_score_table(api, database):
         conn.execute("INSERT INTO trust_score (address, score) VALUES (%s, 0.125)", (address,))
     body = httpx.get(f"{api.url}/api/identities/{address}/trust").json()
     assert body["address"] == address and body["score"] == 0.125 and body["computed_at"]
+    # An identity's own record carries its trust score too (what the web page shows).
+    assert httpx.get(f"{api.url}/api/identities/{address_of(3)}").json()["trust"] is None
+    with psycopg.connect(dsn_for(database)) as conn:
+        conn.execute("INSERT INTO trust_score (address, score) VALUES (%s, 0.5)", (address_of(3),))
+    assert httpx.get(f"{api.url}/api/identities/{address_of(3)}").json()["trust"]["score"] == 0.5
     assert httpx.get(f"{api.url}/api/identities/0xzz/trust").status_code == 422
 
 

@@ -7,11 +7,19 @@ import time
 
 import httpx
 import pytest
+from targetlib import (
+    DIMENSION,
+    TARGET_DIR,
+    address_of,
+    clustered_embeddings,
+    libpq_env,
+    metric_value,
+    scratch_db,
+    seed_identities,
+)
+from test_worker import wait_for_metric
 
 from aura_target.faults import ALL_RUNS, FaultConfigError, Faults, parse_faults
-from conftest import (DIMENSION, TARGET_DIR, address_of, clustered_embeddings, libpq_env, metric_value,
-                      scratch_db, seed_identities)
-from test_worker import wait_for_metric
 
 
 def test_no_faults_by_default():

@@ -6,9 +6,9 @@ import sys
 
 import httpx
 import pytest
+from targetlib import TARGET_DIR, libpq_env, metric_value
 
 from aura_target.releases import ReleaseError, build, checkout
-from conftest import TARGET_DIR, libpq_env, metric_value
 
 
 def git(repo, *args: str) -> str:

@@ -6,8 +6,7 @@ from html.parser import HTMLParser
 
 import httpx
 import pytest
-
-from conftest import DIMENSION, clustered_embeddings, free_port, libpq_env, scratch_db, seed_identities
+from targetlib import DIMENSION, clustered_embeddings, free_port, libpq_env, scratch_db, seed_identities
 
 
 class PageParser(HTMLParser):

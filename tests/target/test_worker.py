@@ -6,9 +6,9 @@ import time
 import httpx
 import psycopg
 import pytest
+from targetlib import address_of, dsn_for, libpq_env, metric_value, scratch_db
 
 from aura_target.trustmath import compute_trust
-from conftest import address_of, dsn_for, libpq_env, metric_value, scratch_db
 
 FAST = {"TRUSTMATH_INTERVAL_SECONDS": "0.2"}
 

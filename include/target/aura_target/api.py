@@ -19,8 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
-from starlette.routing import Match
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
+from starlette.routing import Match
 
 from .config import ConfigError, ServiceConfig, configure_logging, database_summary
 from .db import PoolCollector, column_dimension, make_pool
@@ -200,12 +200,16 @@ def create_app(config: ServiceConfig, faults: Faults) -> FastAPI:
         if not _is_address(address):
             return invalid("address", "must be 0x followed by 40 hex digits")
         with api.pool.connection() as conn:
-            row = conn.execute("SELECT address, ai_embedding, created_at, updated_at FROM identity"
-                               " WHERE address = %s", (address.lower(),)).fetchone()
+            row = conn.execute(
+                "SELECT i.address, i.ai_embedding, i.created_at, i.updated_at, t.score, t.computed_at"
+                " FROM identity i LEFT JOIN trust_score t USING (address) WHERE i.address = %s",
+                (address.lower(),)).fetchone()
         if row is None:
             return JSONResponse(status_code=404, content={"detail": f"identity {address.lower()} not found"})
+        # The trust score rides along, so the page needs one request (and no 404) per lookup.
+        trust = None if row[4] is None else {"score": row[4], "computed_at": _iso(row[5])}
         content = {"address": row[0], "has_embedding": row[1] is not None,
-                   "created_at": _iso(row[2]), "updated_at": _iso(row[3])}
+                   "created_at": _iso(row[2]), "updated_at": _iso(row[3]), "trust": trust}
         if include_embedding:
             content["embedding"] = None if row[1] is None else vector_values(row[1])
         return JSONResponse(content)

@@ -66,7 +66,7 @@ class ServiceConfig:
     version: str
 
     @classmethod
-    def from_environment(cls) -> "ServiceConfig":
+    def from_environment(cls) -> ServiceConfig:
         api_port = env_int("API_PORT", 3000)
         return cls(
             host=os.environ.get("TARGET_HOST", "127.0.0.1"),

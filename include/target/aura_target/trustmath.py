@@ -65,7 +65,8 @@ def compute_trust(events: Iterable[tuple[str, str, float]], *, alpha: float = 0.
     t = p.copy()
     delta = float("inf")
     iterations = 0
-    for iterations in range(1, max_iterations + 1):
+    while iterations < max_iterations:
+        iterations += 1
         propagated = np.bincount(dst, weights=normalised * t[src], minlength=n)
         nxt = (1.0 - alpha) * (propagated + t[dangling].sum() * p) + alpha * p
         delta = float(np.abs(nxt - t).sum())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from .config import ConfigError, ServiceConfig, configure_logging
@@ -46,6 +47,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             await client.aclose()
 
     app = FastAPI(title="aura target web", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(GZipMiddleware, minimum_size=1000)  # an identity's embedding is ~20 kB of JSON
 
     def asset(path: str) -> Response:
         body, media = assets[path]

@@ -41,16 +41,10 @@ async function lookUp(address) {
   $("identity-address").textContent = current.address;
   $("identity-created").textContent = current.created_at || "unknown";
   $("identity-updated").textContent = current.updated_at || "unknown";
-  $("trust-score").textContent = "loading…";
+  $("trust-score").textContent = current.trust ? current.trust.score.toFixed(6) : "not computed yet";
   $("identity").hidden = false;
   $("similar-button").disabled = !current.embedding;
   say("Found " + current.address + (current.embedding ? "." : " (it has no embedding, so no similarity search)."));
-  try {
-    const trust = await call("/api/identities/" + current.address + "/trust");
-    $("trust-score").textContent = trust.score.toFixed(6);
-  } catch (error) {
-    $("trust-score").textContent = error.status === 404 ? "not computed yet" : "unavailable";
-  }
 }
 
 async function findSimilar(k) {
