@@ -61,6 +61,7 @@ def test_rollback_is_checkout_of_previous_tag_and_restart(tmp_path, services):
     assert metric_value(text, "aura_build_info", {"version": "1.0.0"}) == 1
     assert metric_value(text, "aura_fault_active", {"fault": "wrong_order"}) is None
 
+    assert git(dest, "status", "--porcelain") == ""  # running it left the tree clean (bytecode ignored)
     worker = services("worker", {**env, "TRUSTMATH_INTERVAL_SECONDS": "5"}, ready_path="/metrics", pythonpath=dest)
     assert metric_value(httpx.get(worker.url + "/metrics").text, "aura_build_info",
                         {"service": "worker", "version": "1.0.0"}) == 1

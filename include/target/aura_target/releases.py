@@ -77,6 +77,8 @@ def _build_into(repo: Path, previous: str, candidate: str, candidate_faults: str
     git(repo, "init", "--quiet")
     git(repo, "config", MARKER_KEY, "true")
     _copy_sources(repo)
+    # Running a release writes bytecode into it; ignoring it keeps `git status` clean after a deploy.
+    (repo / ".gitignore").write_text("__pycache__/\n*.pyc\n")
     # Normalise modes and times away from the working tree: only content decides the commit ids.
     for path in repo.rglob("*"):
         if ".git" not in path.parts and path.is_file():
