@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
-PHASE_DAGS = {"staging_init_db"}
+PHASE_DAGS = {"staging_init_db": "init_db", "staging_deploy": "deploy"}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_no_import_errors(dagbag):
 
 
 def test_every_phase_dag_and_the_rollout_exist(dagbag):
-    assert PHASE_DAGS | {"staging_rollout"} <= set(dagbag.dag_ids)
+    assert set(PHASE_DAGS) | {"staging_rollout"} <= set(dagbag.dag_ids)
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.stem)
@@ -63,11 +63,20 @@ def test_dag_file_imports_no_provider_and_does_no_io(dag_file, tmp_path):
     assert heavy == []
 
 
-def test_rollout_contains_every_phase_group_in_order(dagbag):
+@pytest.mark.parametrize("dag_id", sorted(PHASE_DAGS))
+def test_rollout_runs_the_same_group_as_each_phase_dag(dagbag, dag_id):
+    group = PHASE_DAGS[dag_id]
     rollout = dagbag.dags["staging_rollout"]
-    init_db_tasks = {t.task_id for t in rollout.tasks if t.task_id.startswith("init_db.")}
-    phase = dagbag.dags["staging_init_db"]
-    assert init_db_tasks == {t.task_id for t in phase.tasks if t.task_id.startswith("init_db.")}
+    in_rollout = {t.task_id for t in rollout.tasks if t.task_id.startswith(f"{group}.")}
+    alone = {t.task_id for t in dagbag.dags[dag_id].tasks if t.task_id.startswith(f"{group}.")}
+    assert in_rollout == alone and alone
+
+
+def test_rollout_orders_the_phases_and_closes_with_a_teardown(dagbag):
+    rollout = dagbag.dags["staging_rollout"]
+    # deploy starts only after init-db's final checkpoint
+    for first in ("deploy.identify_release", "deploy.check_secrets", "deploy.service_names"):
+        assert "init_db.verify" in rollout.get_task(first).upstream_task_ids, first
     open_task = rollout.get_task("open_rehearsal")
     assert open_task.downstream_task_ids >= {"init_db.connect", "close_rehearsal"}
     assert rollout.get_task("close_rehearsal").is_teardown

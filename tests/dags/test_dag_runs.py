@@ -52,8 +52,8 @@ INIT_DB_CHECKS = {"db.connect", "db.extension", "db.vector_version", "db.schema"
                   "db.ef_search", "db.migrations", "db.verify"}
 
 
-@pytest.mark.parametrize("dag_id", ["staging_init_db", "staging_rollout"])
-def test_run_succeeds_and_records_every_checkpoint(dagbag, dag_id, scratch_profile, capfd):
+def test_init_db_run_succeeds_and_records_every_checkpoint(dagbag, scratch_profile, capfd):
+    dag_id = "staging_init_db"
     run = dagbag.dags[dag_id].test(run_conf={"environment": scratch_profile})
     assert run.state == "success"
     assert set(states(run).values()) == {"success"}
@@ -111,3 +111,68 @@ def test_a_failing_checkpoint_fails_the_run_and_is_recorded(dagbag, scratch_prof
     assert "older than 99.0.0" in failed[0]["reason"]
     assert failed[0]["attempt"] == 1  # a failed check is final: no retry
     assert rehearsal["outcome"] == "failed"
+
+
+DEPLOY_CHECKS = {"release.identified", "secrets.readable", "release.checked_out",
+                 *(f"deploy.{s}.{step}" for s in ("api", "worker", "web") for step in ("started", "verified"))}
+
+
+def with_scratch_database(profile_path: str, monkeypatch) -> str:
+    """Point the profile's own database connections at the database its services use."""
+    database = json.loads(os.environ["AIRFLOW_VAR_REHEARSAL_LOCAL_SECRETS"])["secret/data/aura/staging/database"]["PGDATABASE"]
+    for conn_id, source in (("DEPLOY_DB", "AIRFLOW_CONN_STAGING_DB"), ("DEPLOY_DB_ADMIN", "AIRFLOW_CONN_STAGING_DB_ADMIN")):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id}", json.dumps({**json.loads(os.environ[source]), "schema": database}))
+    data = yaml.safe_load(open(profile_path))
+    data["database"].update(conn_id="deploy_db", admin_conn_id="deploy_db_admin")
+    with open(profile_path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    return profile_path
+
+
+def test_deploy_phase_run_records_every_checkpoint_and_leaks_no_secret(dagbag, deploy_profile, capfd):
+    run = dagbag.dags["staging_deploy"].test(run_conf={"environment": deploy_profile})
+    assert run.state == "success", states(run)
+    assert {s for s in states(run).values()} == {"success"}
+    rehearsal, checks = evidence_rows(f"staging_deploy/{run.run_id}")
+    assert {c["check_id"] for c in checks} == DEPLOY_CHECKS
+    assert {c["status"] for c in checks} == {"pass"}
+    by_id = {c["check_id"]: c for c in checks}
+    assert by_id["release.identified"]["value"]["ref"] == "v1.1.0"
+    assert by_id["deploy.api.started"]["value"]["version"] == "1.1.0"
+
+    local_secrets = json.loads(os.environ["AIRFLOW_VAR_REHEARSAL_LOCAL_SECRETS"])
+    secret_values = [local_secrets["secret/data/aura/staging/database"]["PGPASSWORD"],
+                     local_secrets["secret/data/aura/staging/backup"]["AWS_SECRET_ACCESS_KEY"]]
+    output = capfd.readouterr()
+    xcoms = json.dumps([ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index)
+                        for ti in run.get_task_instances()], default=str)
+    for secret in secret_values:
+        assert secret not in json.dumps([rehearsal, checks])
+        assert secret not in output.out + output.err
+        assert secret not in xcoms
+
+
+def test_unknown_release_ref_param_stops_the_deploy(dagbag, deploy_profile):
+    run = dagbag.dags["staging_deploy"].test(run_conf={"environment": deploy_profile, "release_ref": "v9.9.9"})
+    assert run.state == "failed"
+    got = states(run)
+    assert got["deploy.identify_release"] == "failed"
+    assert got["deploy.deploy_service"] == "upstream_failed"
+    _, checks = evidence_rows(f"staging_deploy/{run.run_id}")
+    failed = {c["check_id"]: c["reason"] for c in checks if c["status"] == "fail"}
+    assert list(failed) == ["release.identified"] and "v9.9.9" in failed["release.identified"]
+
+
+def test_rollout_runs_init_db_then_deploy(dagbag, deploy_profile, monkeypatch):
+    profile = with_scratch_database(deploy_profile, monkeypatch)
+    run = dagbag.dags["staging_rollout"].test(run_conf={"environment": profile, "release_ref": "v1.0.0"})
+    assert run.state == "success", states(run)
+    rehearsal, checks = evidence_rows(f"staging_rollout/{run.run_id}")
+    assert {c["check_id"] for c in checks} == INIT_DB_CHECKS | DEPLOY_CHECKS
+    assert {c["phase"] for c in checks} == {"init_db", "deploy"}
+    by_id = {c["check_id"]: c for c in checks}
+    assert by_id["deploy.api.started"]["value"]["version"] == "1.0.0"  # the Param chose the release
+    assert rehearsal["profile"]["release"]["ref"] == "v1.0.0"
+    last_init = max(c["finished_at"] for c in checks if c["phase"] == "init_db")
+    first_deploy = min(c["started_at"] for c in checks if c["phase"] == "deploy")
+    assert last_init <= first_deploy
