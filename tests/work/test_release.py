@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from rehearsal.work.release import PLAN_REQUIRED_PATHS, ReleaseCheckError, check_release
 
 

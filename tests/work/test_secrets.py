@@ -10,6 +10,8 @@ import socket
 import uuid
 
 import pytest
+from werkzeug import Request, Response
+
 from rehearsal import redaction
 from rehearsal.profile import PLAN_REQUIRED_SECRET_KEYS, SecretsSettings, load_profile
 from rehearsal.work.secrets import (
@@ -28,7 +30,6 @@ from rehearsal.work.secrets import (
     kv2_relative_path,
     read_secret_values,
 )
-from werkzeug import Request, Response
 
 PATHS = {
     "database": "secret/data/aura/staging/database",
@@ -41,7 +42,9 @@ PORT_KEYS = {"PGPORT", "METRICS_PORT"}  # short numbers: may legitimately appear
 
 def plan_secrets() -> dict[str, dict[str, str]]:
     """The plan's STEP 1 secrets, with unique random values so a leak is unmistakable."""
-    r = lambda: pysecrets.token_hex(8)
+    def r() -> str:
+        return pysecrets.token_hex(8)
+
     return {
         "aura/staging/database": {"PGHOST": f"db-{r()}.aura", "PGPORT": "5432", "PGDATABASE": f"aura_{r()}",
                                   "PGUSER": f"user_{r()}", "PGPASSWORD": f"pw-{r()}"},

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from rehearsal.work.services import (
     ServiceError,
     read_pid_file,
