@@ -16,13 +16,15 @@ SYSTEM_PACKAGES := prometheus
 TEST_STACK_ENV := STACK_DIR=$(CURDIR)/.stack-test STACK_PG_PORT=56432 STACK_PROM_PORT=59190 \
 	STACK_S3_PORT=56000 STACK_API_PORT=54000 STACK_WORKER_PORT=54001 STACK_WEB_PORT=54002
 
-.PHONY: help setup system-deps venv up down status rehearsal test lint lock evidence
+.PHONY: help setup system-deps venv up down status rehearsal deploy test bench lint lock evidence
 
 help:
 	@echo "make rehearsal   run staging_rollout on the embedded stack and print the outcome"
 	@echo "make test        run the test suite on a fresh test stack (stopped afterwards)"
 	@echo "make up|down|status   the embedded stack (PostgreSQL+pgvector, Prometheus, S3)"
+	@echo "make deploy      deploy the reference target on the stack (the staging_deploy DAG)"
 	@echo "make evidence    print the latest rehearsal's evidence"
+	@echo "make bench       benchmarks under bench/ (on the running stack)"
 	@echo "make lint        ruff, including Airflow's AIR rules"
 
 setup: system-deps venv
@@ -55,6 +57,12 @@ status:
 
 rehearsal: up
 	@$(PY) include/scripts/rehearse
+
+deploy: up
+	@$(PY) include/scripts/rehearse --dag staging_deploy
+
+bench: up
+	@$(PY) bench/similarity_endpoint.py
 
 evidence:
 	@$(PY) include/scripts/evidence
