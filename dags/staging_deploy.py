@@ -15,18 +15,14 @@ from pathlib import Path
 from airflow.sdk import dag
 
 from rehearsal.groups.deploy import deploy_group
-from rehearsal.groups.lifecycle import DEFAULT_ARGS, TAGS, compose, rehearsal_params
+from rehearsal.groups.lifecycle import compose, dag_settings
 
 
 @dag(
     dag_id=Path(__file__).stem,
     doc_md=__doc__,
     schedule=None,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    params=rehearsal_params(),
-    tags=[*TAGS, "phase:deploy"],
+    **dag_settings("phase:deploy"),
 )
 def staging_deploy():
     compose([deploy_group])

@@ -14,18 +14,14 @@ from pathlib import Path
 from airflow.sdk import dag
 
 from rehearsal.groups.init_db import init_db_group
-from rehearsal.groups.lifecycle import DEFAULT_ARGS, TAGS, compose, rehearsal_params
+from rehearsal.groups.lifecycle import compose, dag_settings
 
 
 @dag(
     dag_id=Path(__file__).stem,
     doc_md=__doc__,
     schedule=None,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    params=rehearsal_params(),
-    tags=[*TAGS, "phase:init-db"],
+    **dag_settings("phase:init-db"),
 )
 def staging_init_db():
     compose([init_db_group])

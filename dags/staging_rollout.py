@@ -15,7 +15,7 @@ from airflow.sdk import dag
 
 from rehearsal.groups.deploy import deploy_group
 from rehearsal.groups.init_db import init_db_group
-from rehearsal.groups.lifecycle import DEFAULT_ARGS, TAGS, compose, rehearsal_params
+from rehearsal.groups.lifecycle import compose, dag_settings
 
 
 @dag(
@@ -23,11 +23,7 @@ from rehearsal.groups.lifecycle import DEFAULT_ARGS, TAGS, compose, rehearsal_pa
     doc_md=__doc__,
     schedule="0 2 * * *",
     start_date=pendulum.datetime(2026, 12, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    params=rehearsal_params(),
-    tags=[*TAGS, "rollout"],
+    **dag_settings("rollout"),
 )
 def staging_rollout():
     compose([init_db_group, deploy_group])

@@ -22,6 +22,12 @@ DEFAULT_ARGS = {
 TAGS = ["staging-rehearsal"]
 
 
+def dag_settings(*tags: str) -> dict[str, Any]:
+    """@dag arguments every rehearsal DAG shares: one run at a time, the trigger form, retries."""
+    return {"catchup": False, "max_active_runs": 1, "default_args": DEFAULT_ARGS,
+            "params": rehearsal_params(), "tags": [*TAGS, *tags]}
+
+
 def rehearsal_params() -> dict[str, Param]:
     return {
         "environment": Param(
