@@ -52,7 +52,7 @@ INIT_DB_CHECKS = {"db.connect", "db.extension", "db.vector_version", "db.schema"
                   "db.ef_search", "db.migrations", "db.verify"}
 
 
-def test_init_db_run_succeeds_and_records_every_checkpoint(dagbag, scratch_profile, capfd):
+def test_init_db_run_succeeds_and_records_every_checkpoint(dagbag, scratch_profile, capfd, caplog):
     dag_id = "staging_init_db"
     run = dagbag.dags[dag_id].test(run_conf={"environment": scratch_profile})
     assert run.state == "success"
@@ -66,8 +66,10 @@ def test_init_db_run_succeeds_and_records_every_checkpoint(dagbag, scratch_profi
     # No password in the evidence, the task output, or the XComs.
     password = json.loads(os.environ["AIRFLOW_CONN_STAGING_DB"])["password"]
     output = capfd.readouterr()
+    logs = output.out + output.err + caplog.text
+    assert "checkpoint db.connect: PASS" in logs  # the task logs were captured, so the next line can fail
     assert password not in json.dumps([rehearsal, checks])
-    assert password not in output.out + output.err
+    assert password not in logs
     xcoms = [ti.xcom_pull(task_ids=ti.task_id) for ti in run.get_task_instances()]
     assert xcoms and password not in json.dumps(xcoms, default=str)
 
@@ -129,7 +131,7 @@ def with_scratch_database(profile_path: str, monkeypatch) -> str:
     return profile_path
 
 
-def test_deploy_phase_run_records_every_checkpoint_and_leaks_no_secret(dagbag, deploy_profile, capfd):
+def test_deploy_phase_run_records_every_checkpoint_and_leaks_no_secret(dagbag, deploy_profile, capfd, caplog):
     run = dagbag.dags["staging_deploy"].test(run_conf={"environment": deploy_profile})
     assert run.state == "success", states(run)
     assert {s for s in states(run).values()} == {"success"}
@@ -144,11 +146,13 @@ def test_deploy_phase_run_records_every_checkpoint_and_leaks_no_secret(dagbag, d
     secret_values = [local_secrets["secret/data/aura/staging/database"]["PGPASSWORD"],
                      local_secrets["secret/data/aura/staging/backup"]["AWS_SECRET_ACCESS_KEY"]]
     output = capfd.readouterr()
+    logs = output.out + output.err + caplog.text
+    assert "checkpoint deploy.api.started: PASS" in logs
     xcoms = json.dumps([ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index)
                         for ti in run.get_task_instances()], default=str)
     for secret in secret_values:
         assert secret not in json.dumps([rehearsal, checks])
-        assert secret not in output.out + output.err
+        assert secret not in logs
         assert secret not in xcoms
 
 
