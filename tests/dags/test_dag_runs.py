@@ -180,3 +180,12 @@ def test_rollout_runs_init_db_then_deploy(dagbag, deploy_profile, monkeypatch):
     last_init = max(c["finished_at"] for c in checks if c["phase"] == "init_db")
     first_deploy = min(c["started_at"] for c in checks if c["phase"] == "deploy")
     assert last_init <= first_deploy
+
+
+@pytest.mark.parametrize("conf, field", [({"environment": 5}, "environment"), ({"environment": ""}, "environment"),
+                                         ({"release_ref": ["v1"]}, "release_ref")])
+def test_a_malformed_param_is_refused_before_any_task_runs(dagbag, conf, field):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=field):
+        dagbag.dags["staging_rollout"].test(run_conf=conf)
