@@ -113,6 +113,11 @@ def test_a_failing_checkpoint_fails_the_run_and_is_recorded(dagbag, scratch_prof
     assert "older than 99.0.0" in failed[0]["reason"]
     assert failed[0]["attempt"] == 1  # a failed check is final: no retry
     assert rehearsal["outcome"] == "failed"
+    closing = next(ti for ti in run.get_task_instances() if ti.task_id == "close_rehearsal")
+    summary = closing.xcom_pull(task_ids="close_rehearsal")
+    assert summary["outcome"] == "failed"
+    assert "init_db.check_vector_version" in summary["failed_tasks"]
+    assert "init_db.verify" in summary["failed_tasks"]  # upstream_failed counts too
 
 
 DEPLOY_CHECKS = {"release.identified", "secrets.readable", "release.checked_out",

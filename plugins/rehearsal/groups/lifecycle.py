@@ -77,23 +77,38 @@ def open_rehearsal() -> dict[str, Any]:
 
 @task
 def close_rehearsal(run: dict[str, Any]) -> dict[str, Any]:
-    """Stamp the rehearsal's end and log its checkpoints, so the task log reads as a report."""
+    """Stamp the rehearsal's end and log its checkpoints, so the task log reads as a report.
+
+    The outcome is "failed" when a check failed or when a task failed without recording one
+    (a crash before its checkpoint ran must not read as a clean rehearsal).
+    """
     import logging
+
+    from airflow.sdk import get_current_context
 
     from rehearsal.connections import postgres
     from rehearsal.evidence import EvidenceStore
     from rehearsal.profile import Profile
 
+    ctx = get_current_context()
+    ti = ctx["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    failed_tasks = sorted(task for task, state in states.items()
+                          if state in ("failed", "upstream_failed") and task != ti.task_id)
     profile = Profile.from_snapshot(run["profile"])
+    log = logging.getLogger(__name__)
     with postgres(profile.evidence.conn_id) as conn:
         store = EvidenceStore(conn, profile.evidence.schema_name)
-        counts = store.close_rehearsal(run["rehearsal_id"])
-        log = logging.getLogger(__name__)
+        counts = store.status_counts(run["rehearsal_id"])
+        outcome = "failed" if counts.get("fail") or failed_tasks else "completed"
+        store.close_rehearsal(run["rehearsal_id"], outcome)
         for check in store.checks(run["rehearsal_id"]):
             log.info("%-14s %-20s %-12s %s", check["phase"], check["check_id"], check["status"].upper(),
                      check["reason"])
-    log.info("rehearsal %s: %s", run["rehearsal_id"], counts)
-    return {"rehearsal_id": run["rehearsal_id"], "counts": counts}
+    if failed_tasks:
+        log.warning("tasks that did not succeed: %s", ", ".join(failed_tasks))
+    log.info("rehearsal %s: %s, checks %s", run["rehearsal_id"], outcome, counts)
+    return {"rehearsal_id": run["rehearsal_id"], "outcome": outcome, "counts": counts, "failed_tasks": failed_tasks}
 
 
 PhaseFactory = Callable[[Any], Any]
