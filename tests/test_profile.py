@@ -122,3 +122,15 @@ def test_environment_variables_expand_and_a_missing_one_is_named(tmp_path, monke
     assert load_profile(str(path)).prometheus.url == "http://127.0.0.1:1234"
     monkeypatch.delenv("PROM_URL_FOR_TEST")
     assert "prometheus.url: environment variable PROM_URL_FOR_TEST is not set" in error_for(path)
+
+
+def test_default_environment_comes_from_the_deployment(monkeypatch):
+    from rehearsal.profile import default_environment
+
+    monkeypatch.delenv("REHEARSAL_ENVIRONMENT", raising=False)
+    monkeypatch.delenv("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT", raising=False)
+    assert default_environment() == "local"
+    monkeypatch.setenv("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT", "staging")
+    assert default_environment() == "staging"
+    monkeypatch.setenv("REHEARSAL_ENVIRONMENT", "perf")
+    assert default_environment() == "perf"

@@ -357,5 +357,10 @@ def load_profile(environment: str) -> Profile:
 
 
 def default_environment() -> str:
-    """The trigger form's default: the deployment's REHEARSAL_ENVIRONMENT, else 'local'."""
-    return os.environ.get(ENVIRONMENT_VARIABLE) or "local"
+    """The trigger form's default: the deployment's REHEARSAL_ENVIRONMENT, else 'local'.
+
+    The Airflow Variable rehearsal_environment counts too when it is set the way deployments set
+    it, as AIRFLOW_VAR_REHEARSAL_ENVIRONMENT: DAG files are parsed often, so no metadata-DB read.
+    """
+    return (os.environ.get(ENVIRONMENT_VARIABLE) or os.environ.get("AIRFLOW_VAR_REHEARSAL_ENVIRONMENT")
+            or "local")
