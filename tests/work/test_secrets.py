@@ -297,3 +297,24 @@ def test_public_keys_are_not_registered_for_masking():
     assert summary["ok"] and summary["source"] == "in-memory secrets"
     assert not redaction.contains_secret(data["aura/staging/api"]["API_BASE_URL"])
     assert redaction.contains_secret(data["aura/staging/api"]["API_TOKEN"])
+
+
+def test_staging_profile_checkpoint_reads_vault_through_the_hook(vault):
+    """The production path end to end: the staging profile's secrets section, VaultHook, KV v2."""
+    from rehearsal.evidence import CheckFailed
+    from rehearsal.work import deploy
+
+    fake, conn_id = vault
+    settings = load_profile("staging").secrets.model_copy(update={"vault_conn_id": conn_id})
+    result = deploy.check_secrets(settings)
+    assert result.status == "pass" and "4/4 paths readable" in result.reason
+    assert result.value["paths"]["database"]["metadata"]["version"] == 3
+    assert "GET /v1/secret/data/aura/staging/database" in fake.requests
+    fake.data.pop("aura/staging/backup")
+    fake.data["aura/staging/api"]["METRICS_PORT"] = ""
+    with pytest.raises(CheckFailed) as caught:
+        deploy.check_secrets(settings)
+    failed = caught.value.result
+    assert "secret/data/aura/staging/backup" in failed.reason and "METRICS_PORT" in failed.reason
+    evidence = json.dumps(failed.value) + failed.reason
+    assert not [v for v in leaked_values(fake.data) if v in evidence]
