@@ -23,10 +23,11 @@ ENV_FILE = STACK_DIR / "stack.env"
 def _load_stack_env() -> None:
     if not ENV_FILE.exists():
         raise pytest.UsageError(f"{ENV_FILE} is missing: start the stack with `make up` (or run `make test`)")
-    for line in ENV_FILE.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
-            os.environ.setdefault(key, json.loads(value) if value.startswith('"') else value)
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from rehearsal.envfile import read_exports
+
+    for key, value in read_exports(ENV_FILE).items():
+        os.environ.setdefault(key, value)
 
 
 _load_stack_env()

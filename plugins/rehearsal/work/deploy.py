@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -170,8 +171,6 @@ def metric_samples(text: str, sample: str) -> list[float]:
 
 def verify_service(service: ServiceSettings, run_dir: str) -> CheckResult:
     """STEP 3 checkpoint: running, answering, exposing /metrics, connected to the database."""
-    import time
-
     check_id = f"deploy.{service.name}.verified"
     _, pid_path = run_paths(run_dir, service)
     status = services_work.service_status(pid_path, service.ready_urls)
