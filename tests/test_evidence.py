@@ -57,3 +57,9 @@ def test_registered_secrets_never_reach_the_store(store):
 def test_schema_name_must_be_an_identifier(scratch_app_dsn):
     with pytest.raises(ValueError, match="plain lower-case identifier"):
         EvidenceStore(None, "evil; DROP TABLE x")
+
+
+def test_a_task_that_failed_without_a_check_makes_the_outcome_failed(store):
+    store.record("dag/run-1", "init_db", CheckResult("db.connect", "pass", "connected"))
+    assert store.close_rehearsal("dag/run-1", failed_tasks=["deploy.service_names"]) == {"pass": 1}
+    assert store.rehearsal("dag/run-1")["outcome"] == "failed"

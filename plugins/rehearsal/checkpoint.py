@@ -18,12 +18,11 @@ from rehearsal.profile import Profile
 log = logging.getLogger(__name__)
 
 
-def record(run: dict[str, Any], phase: str, result: CheckResult) -> None:
+def record(run: dict[str, Any], profile: Profile, phase: str, result: CheckResult) -> None:
     from airflow.sdk import get_current_context
 
     from rehearsal.connections import postgres
 
-    profile = Profile.from_snapshot(run["profile"])
     try:
         ti = get_current_context()["ti"]
         attempt, task_id = ti.try_number, ti.task_id
@@ -40,18 +39,18 @@ def run_checkpoint(run: dict[str, Any], phase: str, check_id: str,
 
     profile = Profile.from_snapshot(run["profile"])
     started = utcnow()
+    failure: Exception | None = None
     try:
         result = work(profile)
-        failure = None
     except CheckFailed as exc:
-        result, failure = exc.result, "check"
+        result, failure = exc.result, exc
     except Exception as exc:
         result = CheckResult(check_id, "fail", reason=f"{type(exc).__name__}: {str(exc).strip() or 'no message'}")
         failure = exc
     result = dataclasses.replace(result, check_id=check_id, started_at=started, finished_at=utcnow())
-    record(run, phase, result)
+    record(run, profile, phase, result)
     log.info("checkpoint %s: %s — %s", check_id, result.status.upper(), result.reason)
-    if failure == "check":
+    if isinstance(failure, CheckFailed):
         raise AirflowFailException(f"{check_id} failed: {result.reason}")
     if failure is not None:
         raise failure

@@ -109,11 +109,14 @@ class EvidenceStore:
              scrub(result.reason), result.started_at, result.finished_at, attempt, task_id),
         )
 
-    def close_rehearsal(self, rehearsal_id: str, outcome: str | None = None) -> dict[str, int]:
-        """Stamp the end time; the outcome defaults to a tally of the checkpoint statuses."""
+    def close_rehearsal(self, rehearsal_id: str, failed_tasks: tuple[str, ...] | list[str] = ()) -> dict[str, int]:
+        """Stamp the end time and the outcome; return the checkpoint status counts.
+
+        "failed" when a check failed or when a task failed without recording one (a crash before
+        its checkpoint ran must not read as a clean rehearsal); "completed" otherwise.
+        """
         counts = self.status_counts(rehearsal_id)
-        if outcome is None:
-            outcome = "failed" if counts.get("fail") else "completed"
+        outcome = "failed" if counts.get("fail") or failed_tasks else "completed"
         self._execute("UPDATE {schema}.rehearsal SET finished_at = now(), outcome = %s WHERE rehearsal_id = %s",
                       (outcome, rehearsal_id))
         return counts

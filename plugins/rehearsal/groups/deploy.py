@@ -12,13 +12,9 @@ from typing import Any
 
 from airflow.sdk import task, task_group
 
+from rehearsal.checkpoint import run_checkpoint
+
 PHASE = "deploy"
-
-
-def _checkpoint(run: dict[str, Any], check_id: str, work) -> dict[str, Any]:
-    from rehearsal.checkpoint import run_checkpoint
-
-    return run_checkpoint(run, PHASE, check_id, work)
 
 
 def _service(profile, name: str):
@@ -30,7 +26,7 @@ def identify_release(run: dict[str, Any]) -> dict[str, Any]:
     """STEP 0: the ref resolves to one commit, the tree is clean, the required files are there."""
     from rehearsal.work import deploy
 
-    return _checkpoint(run, "release.identified", lambda p: deploy.identify_release(p.release))
+    return run_checkpoint(run, PHASE, "release.identified", lambda p: deploy.identify_release(p.release))
 
 
 @task
@@ -38,7 +34,7 @@ def check_secrets(run: dict[str, Any]) -> dict[str, Any]:
     """STEP 1: every secret path readable and every required key non-empty (names only, never values)."""
     from rehearsal.work import deploy
 
-    return _checkpoint(run, "secrets.readable", lambda p: deploy.check_secrets(p.secrets))
+    return run_checkpoint(run, PHASE, "secrets.readable", lambda p: deploy.check_secrets(p.secrets))
 
 
 @task
@@ -47,7 +43,7 @@ def checkout_release(run: dict[str, Any], identified: dict[str, Any]) -> dict[st
     from rehearsal.work import deploy
 
     commit = identified["value"]["commit"]
-    return _checkpoint(run, "release.checked_out", lambda p: deploy.checkout_release(p.release, commit))
+    return run_checkpoint(run, PHASE, "release.checked_out", lambda p: deploy.checkout_release(p.release, commit))
 
 
 @task
@@ -60,7 +56,7 @@ def deploy_service(run: dict[str, Any], service_name: str) -> dict[str, Any]:
     """STEP 3: build, stop the old process, start with its secrets in the environment, wait until ready."""
     from rehearsal.work import deploy
 
-    return _checkpoint(run, f"deploy.{service_name}.started", lambda p: deploy.deploy_service(
+    return run_checkpoint(run, PHASE, f"deploy.{service_name}.started", lambda p: deploy.deploy_service(
         _service(p, service_name), p.release, p.secrets, p.deploy.run_dir))
 
 
@@ -69,7 +65,7 @@ def verify_service(run: dict[str, Any], service_name: str) -> dict[str, Any]:
     """STEP 3 checkpoint: running, answering, /metrics exposed, connected to the database."""
     from rehearsal.work import deploy
 
-    return _checkpoint(run, f"deploy.{service_name}.verified", lambda p: deploy.verify_service(
+    return run_checkpoint(run, PHASE, f"deploy.{service_name}.verified", lambda p: deploy.verify_service(
         _service(p, service_name), p.deploy.run_dir))
 
 

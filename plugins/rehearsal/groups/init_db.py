@@ -9,13 +9,9 @@ from typing import Any
 
 from airflow.sdk import task, task_group
 
+from rehearsal.checkpoint import run_checkpoint
+
 PHASE = "init_db"
-
-
-def _checkpoint(run: dict[str, Any], check_id: str, work) -> dict[str, Any]:
-    from rehearsal.checkpoint import run_checkpoint
-
-    return run_checkpoint(run, PHASE, check_id, work)
 
 
 @task
@@ -24,7 +20,7 @@ def connect(run: dict[str, Any]) -> dict[str, Any]:
     from rehearsal.connections import with_postgres
     from rehearsal.work import init_db
 
-    return _checkpoint(run, "db.connect", lambda p: with_postgres(p.database.conn_id, init_db.server_facts))
+    return run_checkpoint(run, PHASE, "db.connect", lambda p: with_postgres(p.database.conn_id, init_db.server_facts))
 
 
 @task
@@ -33,7 +29,7 @@ def install_extension(run: dict[str, Any]) -> dict[str, Any]:
     from rehearsal.connections import with_postgres
     from rehearsal.work import init_db
 
-    return _checkpoint(run, "db.extension", lambda p: with_postgres(
+    return run_checkpoint(run, PHASE, "db.extension", lambda p: with_postgres(
         p.database.extension_conn_id, init_db.install_extension, p.database.extension))
 
 
@@ -43,7 +39,7 @@ def check_vector_version(run: dict[str, Any]) -> dict[str, Any]:
     from rehearsal.connections import with_postgres
     from rehearsal.work import init_db
 
-    return _checkpoint(run, "db.vector_version", lambda p: with_postgres(
+    return run_checkpoint(run, PHASE, "db.vector_version", lambda p: with_postgres(
         p.database.conn_id, init_db.check_vector_version, p.database.extension, p.database.min_vector_version))
 
 
@@ -53,7 +49,7 @@ def apply_schema(run: dict[str, Any]) -> dict[str, Any]:
     from rehearsal.connections import with_postgres
     from rehearsal.work import init_db
 
-    return _checkpoint(run, "db.schema", lambda p: with_postgres(p.database.conn_id, init_db.apply_schema))
+    return run_checkpoint(run, PHASE, "db.schema", lambda p: with_postgres(p.database.conn_id, init_db.apply_schema))
 
 
 @task(execution_timeout=None)
@@ -62,7 +58,7 @@ def build_hnsw_indexes(run: dict[str, Any]) -> dict[str, Any]:
     from rehearsal.connections import with_postgres
     from rehearsal.work import init_db
 
-    return _checkpoint(run, "db.hnsw_indexes", lambda p: with_postgres(
+    return run_checkpoint(run, PHASE, "db.hnsw_indexes", lambda p: with_postgres(
         p.database.conn_id, init_db.ensure_hnsw_indexes, p.database))
 
 
@@ -72,7 +68,7 @@ def set_ef_search(run: dict[str, Any]) -> dict[str, Any]:
     from rehearsal.connections import with_postgres
     from rehearsal.work import init_db
 
-    return _checkpoint(run, "db.ef_search", lambda p: with_postgres(
+    return run_checkpoint(run, PHASE, "db.ef_search", lambda p: with_postgres(
         p.database.conn_id, init_db.set_ef_search, p.database.hnsw.ef_search))
 
 
@@ -82,7 +78,7 @@ def run_migrations(run: dict[str, Any]) -> dict[str, Any]:
     from rehearsal.connections import libpq_env
     from rehearsal.work import init_db
 
-    return _checkpoint(run, "db.migrations", lambda p: init_db.run_migrations(
+    return run_checkpoint(run, PHASE, "db.migrations", lambda p: init_db.run_migrations(
         p.database.migrations, libpq_env(p.database.conn_id)))
 
 
@@ -92,7 +88,7 @@ def verify(run: dict[str, Any]) -> dict[str, Any]:
     from rehearsal.connections import with_postgres
     from rehearsal.work import init_db
 
-    return _checkpoint(run, "db.verify", lambda p: with_postgres(p.database.conn_id, init_db.verify, p.database))
+    return run_checkpoint(run, PHASE, "db.verify", lambda p: with_postgres(p.database.conn_id, init_db.verify, p.database))
 
 
 def init_db_group(run, group_id: str = "init_db"):

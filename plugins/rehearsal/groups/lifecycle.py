@@ -36,7 +36,8 @@ def rehearsal_params() -> dict[str, Param]:
             minLength=1,
             title="Environment profile",
             description="A profile in include/environments/ (local, staging, ...) or a path to one. "
-                        "The default comes from the deployment's REHEARSAL_ENVIRONMENT.",
+                        "The default comes from the deployment's REHEARSAL_ENVIRONMENT "
+                        "(or the Variable rehearsal_environment).",
         ),
         "release_ref": Param(
             "",
@@ -77,11 +78,7 @@ def open_rehearsal() -> dict[str, Any]:
 
 @task
 def close_rehearsal(run: dict[str, Any]) -> dict[str, Any]:
-    """Stamp the rehearsal's end and log its checkpoints, so the task log reads as a report.
-
-    The outcome is "failed" when a check failed or when a task failed without recording one
-    (a crash before its checkpoint ran must not read as a clean rehearsal).
-    """
+    """Stamp the rehearsal's end and outcome, and log its report so the task log reads as one."""
     import logging
 
     from airflow.sdk import get_current_context
@@ -89,26 +86,21 @@ def close_rehearsal(run: dict[str, Any]) -> dict[str, Any]:
     from rehearsal.connections import postgres
     from rehearsal.evidence import EvidenceStore
     from rehearsal.profile import Profile
+    from rehearsal.report import report
 
-    ctx = get_current_context()
-    ti = ctx["ti"]
+    ti = get_current_context()["ti"]
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
     failed_tasks = sorted(task for task, state in states.items()
                           if state in ("failed", "upstream_failed") and task != ti.task_id)
     profile = Profile.from_snapshot(run["profile"])
-    log = logging.getLogger(__name__)
     with postgres(profile.evidence.conn_id) as conn:
-        store = EvidenceStore(conn, profile.evidence.schema_name)
-        counts = store.status_counts(run["rehearsal_id"])
-        outcome = "failed" if counts.get("fail") or failed_tasks else "completed"
-        store.close_rehearsal(run["rehearsal_id"], outcome)
-        for check in store.checks(run["rehearsal_id"]):
-            log.info("%-14s %-20s %-12s %s", check["phase"], check["check_id"], check["status"].upper(),
-                     check["reason"])
+        EvidenceStore(conn, profile.evidence.schema_name).close_rehearsal(run["rehearsal_id"], failed_tasks)
+    text, row = report(profile, run["rehearsal_id"])
+    log = logging.getLogger(__name__)
+    log.info("%s", text)
     if failed_tasks:
         log.warning("tasks that did not succeed: %s", ", ".join(failed_tasks))
-    log.info("rehearsal %s: %s, checks %s", run["rehearsal_id"], outcome, counts)
-    return {"rehearsal_id": run["rehearsal_id"], "outcome": outcome, "counts": counts, "failed_tasks": failed_tasks}
+    return {"rehearsal_id": run["rehearsal_id"], "outcome": row["outcome"], "failed_tasks": failed_tasks}
 
 
 PhaseFactory = Callable[[Any], Any]

@@ -346,16 +346,15 @@ def verify(conn, db: DatabaseSettings) -> CheckResult:
     elif version_tuple(ext[0]) < version_tuple(db.min_vector_version):
         problems.append(f"{db.extension} {ext[0]} < {db.min_vector_version}")
 
-    tables = {}
-    for table in db.tables:
-        exists = _one(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",))[0]
-        tables[table] = bool(exists)
-        if not exists:
-            problems.append(f"table {table} is missing")
+    def exists(table: str) -> bool:
+        return bool(_one(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",))[0])
+
+    tables = {table: exists(table) for table in db.tables}
+    problems += [f"table {table} is missing" for table, present in tables.items() if not present]
     value["tables"] = tables
     want_type = f"vector({db.embedding_dimension})"
     for spec in db.hnsw_indexes:
-        if not tables.get(spec.table, _one(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"public.{spec.table}",))[0]):
+        if not tables.get(spec.table, exists(spec.table)):
             continue
         col = _one(conn, """SELECT format_type(atttypid, atttypmod) FROM pg_attribute
                              WHERE attrelid = %s::regclass AND attname = %s AND NOT attisdropped""",
@@ -378,7 +377,7 @@ def verify(conn, db: DatabaseSettings) -> CheckResult:
     if ef != str(db.hnsw.ef_search):
         problems.append(f"hnsw.ef_search is {ef}, expected {db.hnsw.ef_search}")
 
-    if tables.get("identity", True) and "identity" in db.tables:
+    if tables.get("identity"):
         value["identity_count"] = int(_one(conn, "SELECT COUNT(*) FROM identity")[0])
     threshold = {"min_vector_version": db.min_vector_version, "ef_search": db.hnsw.ef_search,
                  "m": db.hnsw.m, "ef_construction": db.hnsw.ef_construction, "embedding_type": want_type}
